@@ -1,0 +1,222 @@
+"""Command line of the agent and the wiring of its supervisor.
+
+``xavi`` (or ``python -m xavi``) runs the agent; ``xavi run`` says so
+explicitly. Exit codes (also in the README):
+
+- 0: stopped by SIGTERM or SIGINT; containers keep running.
+- 1: an unexpected internal error.
+- 2: invalid command line, config or auth bundle; nothing was started or changed.
+- 3: the secrets file is malformed or unsafe.
+- 4: the Docker Engine cannot be reached.
+- 5: an actor kept crashing (restart intensity exceeded); a service manager should restart Xavi.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pykka
+
+from xavi import __version__, log
+from xavi.actors.config_actor import ConfigActor, Reload
+from xavi.actors.container import ContainerActor
+from xavi.actors.discovery import DiscoveryActor
+from xavi.actors.secrets_actor import SecretsActor, register_with_redactor
+from xavi.actors.supervisor import ChildSpec, Supervisor, SupervisorSettings
+from xavi.bundle import apply_bundle
+from xavi.config import load_config
+from xavi.docker_api import DockerAdapter
+from xavi.errors import BundleError, ConfigError, DockerUnavailable, SecretsError
+from xavi.secrets import SECRETS_FILE, ensure_secrets
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_SECRETS = 3
+EXIT_DOCKER = 4
+EXIT_ESCALATED = 5
+
+DEFAULT_CONFIG_DIR = "/etc/tripleclabs"
+DEFAULT_STATE_DIR = "/var/lib/xavi"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the command-line parser."""
+    parser = argparse.ArgumentParser(
+        prog="xavi",
+        description="Edge agent: runs this host's Docker services and meshes with other hosts.",
+    )
+    parser.add_argument("--version", action="version", version=f"xavi {__version__}")
+    commands = parser.add_subparsers(dest="command")
+    run = commands.add_parser("run", help="run the agent (the default command)")
+    _add_run_options(parser)
+    # The subcommand repeats the options without defaults, so 'xavi --log-level
+    # debug run' keeps the value given before the subcommand.
+    _add_run_options(run, default=argparse.SUPPRESS)
+    return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    parser.add_argument(
+        "--config-dir", type=Path, default=default,
+        help=f"directory of xavi.json and xavi.secrets (default $XAVI_CONFIG_DIR or "
+             f"{DEFAULT_CONFIG_DIR})",
+    )
+    parser.add_argument(
+        "--state-dir", type=Path, default=default,
+        help=f"directory for files mounted into containers (default $XAVI_STATE_DIR or "
+             f"{DEFAULT_STATE_DIR})",
+    )
+    parser.add_argument("--auth", metavar="BUNDLE",
+                        default=default, help="bootstrap from a base64 auth bundle before starting")
+    parser.add_argument("--replace-secrets", action="store_true", default=default or False,
+                        help="with --auth: replace existing secrets that differ from the bundle's")
+    parser.add_argument("--log-level", default=default,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning",
+                                 "error"],
+                        help="lowest level logged (default INFO)")
+    parser.add_argument("--log-format", default=default, choices=["text", "json"],
+                        help="text lines or one JSON object per line (default text)")
+    parser.add_argument("--docker-host", default=default,
+                        help="Docker Engine address (default $DOCKER_HOST or the local socket)")
+
+
+class Agent:
+    """One running agent: the supervisor and its children, plus the stop signal."""
+
+    def __init__(self, config_dir: Path, state_dir: Path, docker_host: str | None,
+                 settings: SupervisorSettings | None = None) -> None:
+        self.config_dir = config_dir
+        self.state_dir = state_dir
+        self.docker_host = docker_host
+        self.settings = settings or SupervisorSettings()
+        self.stopped = threading.Event()
+        self.exit_code = EXIT_OK
+        self.supervisor: pykka.ActorRef[Any] | None = None
+
+    def _docker(self) -> DockerAdapter:
+        return DockerAdapter(self.docker_host)
+
+    def child_specs(self) -> list[ChildSpec]:
+        """Return the static children in start order."""
+        config_dir = self.config_dir
+        return [
+            ChildSpec("secrets", lambda sup: SecretsActor.start(sup, config_dir)),
+            ChildSpec("config", lambda sup: ConfigActor.start(sup, config_dir)),
+            ChildSpec("discovery", lambda sup: DiscoveryActor.start(sup),
+                      DiscoveryActor.subscriptions),
+        ]
+
+    def service_child(self, service: str) -> ChildSpec:
+        """Return the spec of the ContainerActor of ``service``."""
+        return ChildSpec(
+            f"container:{service}",
+            lambda sup: ContainerActor.start(sup, service, self._docker, self.state_dir),
+            ContainerActor.subscriptions,
+        )
+
+    def escalate(self, reason: str) -> None:
+        """Stop the agent with the escalation exit code."""
+        self.exit_code = EXIT_ESCALATED
+        self.stopped.set()
+
+    def start(self) -> None:
+        """Start the supervisor and its children."""
+        self.supervisor = Supervisor.start(
+            self.child_specs(), service_child=self.service_child, settings=self.settings,
+            on_escalate=self.escalate,
+        )
+
+    def reload(self) -> None:
+        """Ask the ConfigActor to read the config file again."""
+        for ref in pykka.ActorRegistry.get_by_class(ConfigActor):
+            ref.tell(Reload("SIGHUP"))
+
+    def stop(self) -> None:
+        """Stop every actor, children in reverse start order; containers keep running."""
+        if self.supervisor is not None:
+            try:
+                self.supervisor.stop(block=True, timeout=60)
+            except pykka.Timeout:
+                log.error("supervisor_stop_timed_out")
+        leftover = [t.name for t in threading.enumerate()
+                    if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+        if leftover:
+            log.warning("threads_left_at_stop", threads=",".join(leftover))
+
+
+def _resolve_dirs(args: argparse.Namespace) -> tuple[Path, Path]:
+    config_dir = args.config_dir or Path(os.environ.get("XAVI_CONFIG_DIR", DEFAULT_CONFIG_DIR))
+    state_dir = args.state_dir or Path(os.environ.get("XAVI_STATE_DIR", DEFAULT_STATE_DIR))
+    return config_dir, state_dir
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the agent until a signal or an escalation; return the exit code."""
+    log.configure(args.log_level or os.environ.get("XAVI_LOG_LEVEL", "INFO"),
+                  args.log_format or os.environ.get("XAVI_LOG_FORMAT", "text"))
+    config_dir, state_dir = _resolve_dirs(args)
+    try:
+        if args.auth:
+            written = apply_bundle(args.auth, config_dir, replace_secrets=args.replace_secrets)
+            log.info("auth_bundle_applied", written=",".join(written))
+        config = load_config(config_dir / "xavi.json")
+        secrets, created = ensure_secrets(config_dir / SECRETS_FILE)
+        register_with_redactor(secrets)
+        if created:
+            log.info("secrets_created", path=config_dir / SECRETS_FILE, mode="0600")
+        if config.services:
+            adapter = DockerAdapter(args.docker_host)
+            adapter.ping()
+            adapter.ensure_network()
+            adapter.close()
+    except (ConfigError, BundleError) as exc:
+        log.critical("startup_failed", error=exc, action="nothing was started or changed")
+        return EXIT_USAGE
+    except SecretsError as exc:
+        log.critical("startup_failed", error=exc)
+        return EXIT_SECRETS
+    except DockerUnavailable as exc:
+        log.critical("startup_failed", error=exc)
+        return EXIT_DOCKER
+
+    agent = Agent(config_dir, state_dir, args.docker_host)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            agent.reload()
+            return
+        log.info("stop_requested", signal=signal.Signals(signum).name)
+        agent.stopped.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+
+    log.info("agent_starting", version=__version__, node=config.cluster.node_name,
+             config_dir=config_dir, state_dir=state_dir, services=",".join(config.services))
+    agent.start()
+    while not agent.stopped.wait(1.0):
+        pass
+    agent.stop()
+    log.info("agent_stopped", exit_code=agent.exit_code,
+             containers="left running" if agent.exit_code == EXIT_OK else "left as they are")
+    return agent.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``xavi`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
