@@ -181,7 +181,11 @@ def agent(tmp_path: Path) -> Iterator[AgentProcess]:
 def containers_by_service(client: docker.DockerClient) -> dict[str, Any]:
     """Return Xavi's containers keyed by service label."""
     found = {}
-    for container in client.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=true"}):
+    for summary in client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=true"}):
+        try:
+            container = client.containers.get(summary["Id"])
+        except docker.errors.NotFound:
+            continue  # removed between the listing and the inspection
         found[container.labels["org.tripleclabs.xavi.service"]] = container
     return found
 

@@ -46,8 +46,13 @@ class XaviActor(pykka.ThreadingActor):
 
     def publish(self, message: Any) -> None:
         """Send ``message`` to every subscriber of its type through the supervisor."""
-        if self.supervisor is not None:
+        if self.supervisor is None:
+            return
+        try:
             self.supervisor.tell(Publish(message=message, sender=self.name))
+        except pykka.ActorDeadError:
+            # The agent is stopping: nobody is left to hear the fact.
+            log.debug("publish_after_stop", actor=self.name, type=type(message).__name__)
 
     def schedule(self, delay: float, message: Any) -> threading.Timer:
         """Tell ``message`` to this actor after ``delay`` seconds, unless it stopped."""
