@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -55,7 +54,6 @@ def test_pull_with_wrong_password_keeps_running_container(
     config["images"]["app"] = image
     config["docker"] = {"registry": registry, "username": USER, "password": "wrong-password"}
     agent.write_config(config)
-    agent.signal(signal.SIGHUP)
 
     line = agent.wait_for_log(r"reconcile_failed service=app .*")
     assert image in line
@@ -67,7 +65,6 @@ def test_pull_with_wrong_password_keeps_running_container(
 
     config["docker"]["password"] = PASSWORD
     agent.write_config(config)
-    agent.signal(signal.SIGHUP)
     agent.wait_for_log(r"container_replaced service=app")
     replaced = clean_engine.containers.get("xavi-app")
     assert replaced.id != original_id

@@ -1,10 +1,12 @@
 """ConfigActor: owns ``xavi.json``; loads, validates and publishes it.
 
-On start it reads the file and publishes :class:`ConfigChanged`. On
-:class:`Reload` it reads it again; an invalid file is reported with every
+On start it reads the file, publishes :class:`ConfigChanged` and starts an
+inotify watcher on the config directory (see :mod:`xavi.watcher`) that sends
+it :class:`Reload` after each finished change. On :class:`Reload` it reads
+the file again; an invalid file is reported with every
 problem and the config in force stays (the bus retains the last good one, so a
 restarted ConfigActor facing a broken file changes nothing either). An
-unchanged file publishes nothing.
+unchanged file publishes nothing, and a deleted file changes nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from xavi.actors.base import XaviActor
 from xavi.actors.messages import ConfigChanged
 from xavi.config import Config, load_config
 from xavi.errors import ConfigError
+from xavi.watcher import DirectoryWatcher
 
 CONFIG_FILE = "xavi.json"
 
@@ -40,9 +43,29 @@ class ConfigActor(XaviActor):
         self.current: Config | None = None
         self.generation = 0
         self.last_error: str | None = None
+        self.watcher: DirectoryWatcher | None = None
 
     def on_start(self) -> None:
+        # The watch starts before the first read, so a change made while the
+        # file is being read is seen too.
+        ref = self.actor_ref
+        self.watcher = DirectoryWatcher(
+            self.path.parent,
+            names=lambda name: name == CONFIG_FILE or name.startswith(".."),
+            on_change=lambda reason: ref.tell(Reload(reason)),
+        )
+        try:
+            self.watcher.start()
+        except OSError as exc:
+            self.watcher = None
+            log.error("config_watch_failed", path=self.path.parent, error=exc,
+                      action="changes are read on SIGHUP only")
         self._load("start")
+
+    def on_shutdown(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, Reload):
@@ -50,6 +73,10 @@ class ConfigActor(XaviActor):
         return super().handle(message)
 
     def _load(self, reason: str) -> bool:
+        if not self.path.exists() and self.current is not None:
+            log.warning("config_missing", path=self.path, reason=reason,
+                        action="keeping the config in force")
+            return False
         try:
             config = load_config(self.path)
         except ConfigError as exc:
