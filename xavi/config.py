@@ -18,6 +18,7 @@ import json
 import os
 import re
 import socket
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,9 +187,13 @@ def _seconds(value: Any) -> int:
 
 def _url(value: Any) -> str:
     text = _string(value)
-    if not text.startswith(("https://", "http://")):
-        raise ValueError(f"{json.dumps(value)} is not an http:// or https:// URL")
-    return text
+    parsed = urllib.parse.urlsplit(text)
+    if parsed.scheme not in ("https", "http") or not parsed.hostname:
+        raise ValueError(f"{json.dumps(value)} is not an https:// URL")
+    if parsed.scheme == "http" and parsed.hostname not in ("localhost", "127.0.0.1", "::1"):
+        # The bearer token and the config would cross the network in clear.
+        raise ValueError(f"{json.dumps(value)} uses plain http to another host: use https://")
+    return text.rstrip("/")
 
 
 def _abs_path(value: Any) -> str:

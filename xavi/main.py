@@ -27,6 +27,7 @@ from xavi import __version__, log
 from xavi.actors.config_actor import ConfigActor, Reload
 from xavi.actors.container import ContainerActor
 from xavi.actors.discovery import DiscoveryActor
+from xavi.actors.remote_config import RemoteConfigActor
 from xavi.actors.secrets_actor import SecretsActor, register_with_redactor
 from xavi.actors.supervisor import ChildSpec, Supervisor, SupervisorSettings
 from xavi.bundle import apply_bundle
@@ -111,6 +112,8 @@ class Agent:
             ChildSpec("config", lambda sup: ConfigActor.start(sup, config_dir)),
             ChildSpec("discovery", lambda sup: DiscoveryActor.start(sup),
                       DiscoveryActor.subscriptions),
+            ChildSpec("remote-config", lambda sup: RemoteConfigActor.start(sup, config_dir),
+                      RemoteConfigActor.subscriptions),
         ]
 
     def service_child(self, service: str) -> ChildSpec:

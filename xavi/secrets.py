@@ -42,9 +42,12 @@ class Secrets:
     """Base64 of the primary gossip key (32 bytes)."""
     extra_cluster_keys: tuple[str, ...] = field(default=(), repr=False)
     """Base64 of further keys that decrypt gossip during a key rotation."""
+    control_token: str | None = field(default=None, repr=False)
+    """Bearer token for ``control.url``, usually delivered by the auth bundle."""
 
     def __repr__(self) -> str:
-        return f"Secrets(<{2 + 1 + len(self.extra_cluster_keys)} values hidden>)"
+        count = 3 + len(self.extra_cluster_keys) + (1 if self.control_token else 0)
+        return f"Secrets(<{count} values hidden>)"
 
     __str__ = __repr__
 
@@ -61,6 +64,8 @@ class Secrets:
         }
         if self.extra_cluster_keys:
             data["extra_cluster_keys"] = list(self.extra_cluster_keys)
+        if self.control_token:
+            data["control_token"] = self.control_token
         return data
 
 
@@ -103,8 +108,11 @@ def parse_secrets(data: object, source: str) -> Secrets:
         extra = []
     for index, key in enumerate(extra):
         _check_key(f"extra_cluster_keys[{index}]", key, problems)
+    token = data.get("control_token")
+    if token is not None and (not isinstance(token, str) or not token):
+        problems.append("control_token is not a non-empty string")
     unknown = sorted(set(data) - {"postgres_password", "valkey_password", "cluster_key",
-                                  "extra_cluster_keys"})
+                                  "extra_cluster_keys", "control_token"})
     if unknown:
         problems.append(f"unknown keys {', '.join(unknown)}")
     if problems:
@@ -118,6 +126,7 @@ def parse_secrets(data: object, source: str) -> Secrets:
         valkey_password=data["valkey_password"],
         cluster_key=data["cluster_key"],
         extra_cluster_keys=tuple(extra),
+        control_token=token,
     )
 
 

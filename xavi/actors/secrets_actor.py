@@ -20,7 +20,8 @@ from xavi.secrets import SECRETS_FILE, Secrets, ensure_secrets
 def register_with_redactor(secrets: Secrets) -> None:
     """Make sure no log line can show any of these values."""
     log.register_secrets(secrets.postgres_password, secrets.valkey_password,
-                         secrets.cluster_key, *secrets.extra_cluster_keys)
+                         secrets.cluster_key, *secrets.extra_cluster_keys,
+                         secrets.control_token or "")
 
 
 class SecretsActor(XaviActor):
