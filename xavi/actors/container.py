@@ -313,6 +313,7 @@ class ContainerActor(XaviActor):
 
     def _replace(self, current: ContainerState, spec: ContainerSpec, reason: str) -> None:
         assert self.docker is not None
+        started = time.monotonic()
         self._ensure_image(spec, missing_is_fatal=True)
         self._ensure_bind_sources(spec)
         self.docker.ensure_network()
@@ -331,7 +332,8 @@ class ContainerActor(XaviActor):
         self.container_id = new_id
         self.started_at = time.monotonic()
         log.info("container_replaced", service=self.service, old=current.id[:12],
-                 new=new_id[:12], image=spec.image, reason=reason)
+                 new=new_id[:12], image=spec.image, reason=reason,
+                 docker_ms=round((time.monotonic() - started) * 1000, 1))
 
     def _ensure_bind_sources(self, spec: ContainerSpec) -> None:
         for mount in spec.mounts:
@@ -361,9 +363,11 @@ class ContainerActor(XaviActor):
         cpus = spec.nano_cpus or 0
         if current.memory_bytes == memory and current.nano_cpus == cpus:
             return
+        started = time.monotonic()
         self.docker.update_limits(current.id, spec.memory_bytes, spec.nano_cpus)
         log.info("limits_updated", service=self.service, container=current.id[:12],
-                 memory_bytes=memory, nano_cpus=cpus)
+                 memory_bytes=memory, nano_cpus=cpus,
+                 docker_ms=round((time.monotonic() - started) * 1000, 1))
 
     def _retire(self) -> None:
         self.retired = True
