@@ -1,10 +1,16 @@
 """DiscoveryActor: decides where this host's dependent containers find each provider.
 
-Rule: a provider enabled on this host is reached by its container name on the
-``xavi`` network (``xavi-postgres:5432``). Remote providers come from gossip
-membership; until the gossip layer reports members, services not enabled
-locally have no location, and dependents get no ``*_HOST`` for them.
-It publishes :class:`ServiceLocations` only when the answer changes.
+Inputs are the config (which services run locally) and the gossip
+membership (which live hosts advertise which healthy services). The choice is
+:func:`xavi.mesh.choose_locations`: local first, else a stable rendezvous
+choice among live remote providers, identical on every host for the same
+membership.
+
+It publishes :class:`ServiceLocations` only when the answer changes, so the
+app and the backup bot are recreated only then. While no live host provides a
+service, the last good location stays in the published answer (the dependent
+container keeps its values instead of flapping) and the service is listed as
+missing, logged once per change and shown by ``status``.
 """
 
 from __future__ import annotations
@@ -16,53 +22,75 @@ import pykka
 from xavi import log
 from xavi.actors.base import XaviActor
 from xavi.actors.messages import ConfigChanged, ServiceLocations
-from xavi.services import (
-    POSTGRES_CONTAINER_PORT,
-    PROVIDERS,
-    VALKEY_CONTAINER_PORT,
-    Location,
-    container_name,
-)
-
-CONTAINER_PORTS = {"postgres": POSTGRES_CONTAINER_PORT, "valkey": VALKEY_CONTAINER_PORT}
+from xavi.mesh import Member, Membership, choose_locations
+from xavi.services import PROVIDERS, Location
 
 
 class DiscoveryActor(XaviActor):
     """Publishes service locations for this host."""
 
-    subscriptions = (ConfigChanged,)
+    subscriptions = (ServiceLocations, ConfigChanged, Membership)
 
     def __init__(self, supervisor: pykka.ActorRef[Any] | None) -> None:
         super().__init__("discovery", supervisor)
-        self.locations: dict[str, Location] | None = None
+        self.node = ""
+        self.local_services: tuple[str, ...] | None = None
+        self.members: tuple[Member, ...] = ()
+        self.published: ServiceLocations | None = None
 
     def handle(self, message: Any) -> Any:
         if isinstance(message, ConfigChanged):
-            self._decide(message.config.services, message.config.cluster.node_name)
-            return None
-        return super().handle(message)
+            self.node = message.config.cluster.node_name
+            self.local_services = message.config.services
+            self._decide()
+        elif isinstance(message, ServiceLocations):
+            # The bus replays the last answer to a restarted instance before
+            # anything else; keeping it preserves the last good locations.
+            if self.published is None:
+                self.published = message
+        elif isinstance(message, Membership):
+            self.members = message.members
+            self._decide()
+        else:
+            return super().handle(message)
+        return None
 
-    def _decide(self, local_services: tuple[str, ...], node: str) -> None:
-        locations = {
-            service: Location(host=container_name(service), port=CONTAINER_PORTS[service],
-                              local=True, node=node)
-            for service in PROVIDERS
-            if service in local_services
-        }
-        if locations == self.locations:
+    def _decide(self) -> None:
+        if self.local_services is None:
             return
-        self.locations = locations
+        fresh = choose_locations(self.node, self.local_services, self.members)
+        previous = self.published.locations if self.published else {}
+        locations: dict[str, Location] = dict(fresh)
+        missing = []
         for service in PROVIDERS:
-            if service not in locations:
-                log.warning("service_missing", service=service,
-                            reason="not enabled on this host and no remote provider known")
-        log.info("service_locations", **{s: f"{l.host}:{l.port}" for s, l in locations.items()})
-        self.publish(ServiceLocations(locations=locations))
+            if service in fresh:
+                continue
+            missing.append(service)
+            if service in previous:
+                locations[service] = previous[service]
+        answer = ServiceLocations(locations=locations, missing=tuple(missing))
+        if answer == self.published:
+            return
+        newly_missing = set(missing) - set(self.published.missing if self.published else ())
+        self.published = answer
+        for service in sorted(newly_missing):
+            kept = locations.get(service)
+            log.warning("service_missing", service=service,
+                        reason="not enabled on this host and no live host advertises it",
+                        keeping=f"{kept.host}:{kept.port}" if kept else "nothing")
+        log.info("service_locations",
+                 **{s: f"{loc.host}:{loc.port}" for s, loc in fresh.items()},
+                 missing=",".join(missing) or "none")
+        self.publish(answer)
 
     def status(self) -> dict[str, Any]:
+        published = self.published
         return {
             "locations": {
-                s: {"host": l.host, "port": l.port, "local": l.local, "node": l.node}
-                for s, l in (self.locations or {}).items()
-            }
+                s: {"host": loc.host, "port": loc.port, "local": loc.local, "node": loc.node,
+                    "missing": s in published.missing}
+                for s, loc in (published.locations if published else {}).items()
+            },
+            "missing": list(published.missing) if published else [],
+            "members": len(self.members),
         }

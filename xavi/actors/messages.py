@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xavi.config import Config
+from xavi.mesh import Membership
 from xavi.secrets import Secrets
 from xavi.services import Location
 
@@ -42,6 +43,8 @@ class ServiceLocations:
     """Where each provider service is reached from this host; a missing key means no provider."""
 
     locations: dict[str, Location]
+    missing: tuple[str, ...] = ()
+    """Services no live host provides now; ``locations`` keeps their last good value."""
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,12 @@ class ServiceHealth:
     container_id: str | None = None
 
 
-RETAINED_TYPES: tuple[type, ...] = (ConfigChanged, SecretsLoaded, ServiceLocations)
-"""Bus messages whose latest value is replayed to a (re)started subscriber."""
+RETAINED_TYPES: tuple[type, ...] = (ServiceLocations, ConfigChanged, SecretsLoaded, Membership)
+"""Bus messages whose latest value is replayed to a (re)started subscriber, in this order.
+
+ServiceLocations comes first so a restarted DiscoveryActor learns its last
+answer (and the last good location of a missing service) before it decides anew.
+"""
 
 
 # Supervisor plumbing --------------------------------------------------------
@@ -128,3 +135,44 @@ class Inject:
 
     target: str
     fault: Any
+
+
+@dataclass(frozen=True)
+class InjectDockerFailure:
+    """Make every Docker call of the receiving ContainerActor fail (``enabled``) or work again.
+
+    The fault lives in the actor's DockerAdapter, so a restarted actor starts without it.
+    """
+
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class InjectGossipFault:
+    """Make the GossipActor drop or delay its outgoing packets; ``None`` keeps a setting as is."""
+
+    drop_percent: float | None = None
+    """Share of packets dropped at random, 0 to 100."""
+    delay_ms: float | None = None
+    """Delay added before each packet is sent, in milliseconds."""
+
+
+# Control socket commands ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GetChildRefs:
+    """Ask the supervisor for the refs of its running children, keyed by child name."""
+
+
+@dataclass(frozen=True)
+class RestartContainer:
+    """Stop and start the ContainerActor's container (same container, same ID); answers a dict."""
+
+
+@dataclass(frozen=True)
+class KeyringChanged:
+    """The gossip keyring in the secrets file changed (installed, primary or removed key)."""
+
+    secrets: Secrets = field(repr=False)
+    """``cluster_key`` is the primary key; ``extra_cluster_keys`` also decrypt."""

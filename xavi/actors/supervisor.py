@@ -37,6 +37,7 @@ from xavi.actors.messages import (
     RETAINED_TYPES,
     ChildFailed,
     ConfigChanged,
+    GetChildRefs,
     GetStatus,
     Inject,
     Ping,
@@ -162,6 +163,9 @@ class Supervisor(pykka.ThreadingActor):
             return self._inject(message)
         elif isinstance(message, GetStatus):
             return self._status()
+        elif isinstance(message, GetChildRefs):
+            return {name: child.ref for name, child in self._children.items()
+                    if child.ref is not None and not child.restarting}
         elif isinstance(message, Ping):
             return True
         return None
@@ -197,8 +201,9 @@ class Supervisor(pykka.ThreadingActor):
         child.restarting = False
         child.ping = None
         child.started_at = time.monotonic()
-        for message in self._retained.values():
-            if isinstance(message, child.spec.subscriptions):
+        for kind in RETAINED_TYPES:
+            message = self._retained.get(kind)
+            if message is not None and isinstance(message, child.spec.subscriptions):
                 self._tell(child, message)
         log.debug("actor_started", actor=child.spec.name)
 
