@@ -121,6 +121,10 @@ class ClusterSection:
     peers: tuple[str, ...] = ()
     delegate_protocol: str = "serf"
     """``serf`` (delegate versions 2-5, the default) or ``plain`` (0, plain memberlist apps)."""
+    timing: str = "lan"
+    """memberlist timing preset: ``lan`` (default), ``local`` (faster, for one machine) or ``wan``."""
+    label: str = ""
+    """Optional packet label of newer memberlist releases; empty (off) by default."""
 
 
 @dataclass(frozen=True)
@@ -240,6 +244,12 @@ def _peer(value: Any) -> str:
     return text
 
 
+def _label(value: Any) -> str:
+    if not isinstance(value, str) or len(value.encode()) > 255:
+        raise ValueError(f"{json.dumps(value)} is not a label of at most 255 bytes")
+    return value
+
+
 def _one_of(*choices: str) -> Validator:
     def check(value: Any) -> str:
         if value not in choices:
@@ -287,6 +297,8 @@ SCHEMA: dict[str, dict[str, Validator]] = {
         "node_name": _node_name,
         "peers": lambda v: v,  # checked item by item below
         "delegate_protocol": _one_of("serf", "plain"),
+        "timing": _one_of("lan", "local", "wan"),
+        "label": _label,
     },
     "services": lambda v: v,  # checked item by item below
 }

@@ -1,7 +1,8 @@
 """Command line of the agent and the wiring of its supervisor.
 
 ``xavi`` (or ``python -m xavi``) runs the agent; ``xavi run`` says so
-explicitly. Exit codes (also in the README):
+explicitly; ``xavi ctl`` is the control socket's client (:mod:`xavi.ctl`,
+with its own exit codes). Exit codes of the agent (also in the README):
 
 - 0: stopped by SIGTERM or SIGINT; containers keep running.
 - 1: an unexpected internal error.
@@ -9,15 +10,19 @@ explicitly. Exit codes (also in the README):
 - 3: the secrets file is malformed or unsafe.
 - 4: the Docker Engine cannot be reached.
 - 5: an actor kept crashing (restart intensity exceeded); a service manager should restart Xavi.
+- 6: another agent holds the control socket, or the socket cannot be created; nothing was
+  started or changed.
 """
 
 from __future__ import annotations
 
 import argparse
+import grp
 import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +31,16 @@ import pykka
 from xavi import __version__, log
 from xavi.actors.config_actor import ConfigActor, Reload
 from xavi.actors.container import ContainerActor
+from xavi.actors.control import ControlServer, ControlSettings
+from xavi.actors.control_path import (
+    DEFAULT_SOCKET,
+    SocketInUse,
+    SocketSettings,
+    SocketSetupError,
+    claim_socket,
+)
 from xavi.actors.discovery import DiscoveryActor
+from xavi.actors.gossip import GossipActor
 from xavi.actors.remote_config import RemoteConfigActor
 from xavi.actors.secrets_actor import SecretsActor, register_with_redactor
 from xavi.actors.supervisor import ChildSpec, Supervisor, SupervisorSettings
@@ -42,6 +56,7 @@ EXIT_USAGE = 2
 EXIT_SECRETS = 3
 EXIT_DOCKER = 4
 EXIT_ESCALATED = 5
+EXIT_SOCKET = 6
 
 DEFAULT_CONFIG_DIR = "/etc/tripleclabs"
 DEFAULT_STATE_DIR = "/var/lib/xavi"
@@ -56,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xavi {__version__}")
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="run the agent (the default command)")
+    # 'xavi ctl ...' is dispatched to xavi.ctl before parsing; this entry is for --help.
+    commands.add_parser("ctl", help="talk to the running agent over its control socket "
+                                    "('xavi ctl --help')", add_help=False)
     _add_run_options(parser)
     # The subcommand repeats the options without defaults, so 'xavi --log-level
     # debug run' keeps the value given before the subcommand.
@@ -86,13 +104,24 @@ def _add_run_options(parser: argparse.ArgumentParser, default: Any = None) -> No
                         help="text lines or one JSON object per line (default text)")
     parser.add_argument("--docker-host", default=default,
                         help="Docker Engine address (default $DOCKER_HOST or the local socket)")
+    parser.add_argument("--socket", type=Path, default=default,
+                        help=f"control socket path (default $XAVI_SOCKET or {DEFAULT_SOCKET})")
+    parser.add_argument("--socket-group", default=default,
+                        help="group name or GID whose members may use the control socket "
+                             "(socket mode 0660; default: none, mode 0600)")
+    parser.add_argument("--enable-fault-injection", action="store_true",
+                        default=default or False,
+                        help="accept 'xavi ctl fault' commands (test systems only)")
 
 
 class Agent:
     """One running agent: the supervisor and its children, plus the stop signal."""
 
     def __init__(self, config_dir: Path, state_dir: Path, docker_host: str | None,
-                 settings: SupervisorSettings | None = None) -> None:
+                 settings: SupervisorSettings | None = None,
+                 control: ControlSettings | None = None) -> None:
+        self.control = control
+        self.started = time.monotonic()
         self.config_dir = config_dir
         self.state_dir = state_dir
         self.docker_host = docker_host
@@ -107,14 +136,23 @@ class Agent:
     def child_specs(self) -> list[ChildSpec]:
         """Return the static children in start order."""
         config_dir = self.config_dir
-        return [
+        specs = [
             ChildSpec("secrets", lambda sup: SecretsActor.start(sup, config_dir)),
             ChildSpec("config", lambda sup: ConfigActor.start(sup, config_dir)),
             ChildSpec("discovery", lambda sup: DiscoveryActor.start(sup),
                       DiscoveryActor.subscriptions),
+            ChildSpec("gossip", lambda sup: GossipActor.start(sup), GossipActor.subscriptions),
             ChildSpec("remote-config", lambda sup: RemoteConfigActor.start(sup, config_dir),
                       RemoteConfigActor.subscriptions),
         ]
+        control = self.control
+        if control is not None:
+            # Last, so that it starts after and stops before every actor it reports on.
+            specs.append(ChildSpec(
+                "control", lambda sup: ControlServer.start(sup, control, self.started),
+                ControlServer.subscriptions,
+            ))
+        return specs
 
     def service_child(self, service: str) -> ChildSpec:
         """Return the spec of the ContainerActor of ``service``."""
@@ -160,12 +198,27 @@ def _resolve_dirs(args: argparse.Namespace) -> tuple[Path, Path]:
     return config_dir, state_dir
 
 
+def _socket_settings(args: argparse.Namespace) -> SocketSettings:
+    path = args.socket or Path(os.environ.get("XAVI_SOCKET", str(DEFAULT_SOCKET)))
+    group = args.socket_group
+    if group is None:
+        return SocketSettings(path=path)
+    try:
+        gid = int(group) if str(group).isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError("--socket-group", [f"group {group!r} does not exist"]) from None
+    return SocketSettings(path=path, group_gid=gid)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the agent until a signal or an escalation; return the exit code."""
     log.configure(args.log_level or os.environ.get("XAVI_LOG_LEVEL", "INFO"),
                   args.log_format or os.environ.get("XAVI_LOG_FORMAT", "text"))
     config_dir, state_dir = _resolve_dirs(args)
     try:
+        # First, so that an agent refused for a taken socket changes no file.
+        socket_settings = _socket_settings(args)
+        claim_socket(socket_settings)
         if args.auth:
             written = apply_bundle(args.auth, config_dir, replace_secrets=args.replace_secrets)
             log.info("auth_bundle_applied", written=",".join(written))
@@ -179,6 +232,9 @@ def run(args: argparse.Namespace) -> int:
             adapter.ping()
             adapter.ensure_network()
             adapter.close()
+    except (SocketInUse, SocketSetupError) as exc:
+        log.critical("startup_failed", error=exc, action="nothing was started or changed")
+        return EXIT_SOCKET
     except (ConfigError, BundleError) as exc:
         log.critical("startup_failed", error=exc, action="nothing was started or changed")
         return EXIT_USAGE
@@ -189,7 +245,9 @@ def run(args: argparse.Namespace) -> int:
         log.critical("startup_failed", error=exc)
         return EXIT_DOCKER
 
-    agent = Agent(config_dir, state_dir, args.docker_host)
+    control = ControlSettings(socket=socket_settings, config_dir=config_dir,
+                              fault_injection=bool(args.enable_fault_injection))
+    agent = Agent(config_dir, state_dir, args.docker_host, control=control)
 
     def on_signal(signum: int, _frame: Any) -> None:
         if signum == signal.SIGHUP:
@@ -214,6 +272,11 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``xavi`` command."""
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["ctl"]:
+        from xavi import ctl  # the client needs none of the agent's start-up
+
+        return ctl.main(arguments[1:])
     args = build_parser().parse_args(argv)
     try:
         return run(args)

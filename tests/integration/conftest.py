@@ -12,6 +12,7 @@ import io
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -216,3 +217,29 @@ def build_crashing_image(client: docker.DockerClient) -> str:
         client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
     return tag
 
+
+
+@pytest.fixture(autouse=True)
+def control_socket_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point every agent a test starts at a control socket of its own (``XAVI_SOCKET``).
+
+    Without it, agents started by tests would share ``/run/xavi/xavi.sock`` with
+    each other and with a real agent, and the second of two would refuse to start.
+    """
+    path = tmp_path / "run" / "xavi.sock"
+    monkeypatch.setenv("XAVI_SOCKET", str(path))
+    return path
+
+
+def free_port() -> int:
+    """Return a port free for both UDP and TCP on 127.0.0.1 (gossip binds both)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port

@@ -161,12 +161,12 @@ class GoPeer:
 
     def close(self) -> None:
         """Shut the peer down, killing it if it does not exit within 5 s."""
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
         if self.process.poll() is None:
-            try:
-                assert self.process.stdin is not None
-                self.process.stdin.close()
-            except (BrokenPipeError, OSError):
-                pass
             try:
                 self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:

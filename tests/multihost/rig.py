@@ -542,7 +542,8 @@ class Host:
         _write_atomically(config_dir / "xavi.secrets", json.dumps(shared, indent=2), 0o600)
         argv = [sys.executable, "-m", "xavi", "--config-dir", str(config_dir),
                 "--state-dir", str(self.agent_dir / "state"), "--docker-host", self.docker_host,
-                "--log-level", "DEBUG", *extra_args]
+                "--socket", str(self.agent_dir / "xavi.sock"), "--log-level", "DEBUG",
+                *extra_args]
         with (self.directory / "agent.log").open("ab") as log:
             self.agent = self.popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         return self.agent

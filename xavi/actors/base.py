@@ -16,6 +16,7 @@ import pykka
 
 from xavi import log
 from xavi.actors.messages import (
+    Abandon,
     ChildFailed,
     GetStatus,
     InjectCrash,
@@ -41,6 +42,8 @@ class XaviActor(pykka.ThreadingActor):
         self.supervisor = supervisor
         self._timers: set[threading.Timer] = set()
         self._timers_lock = threading.Lock()
+        self.abandoned = False
+        """Set once a replacement runs; the instance then ignores every message."""
 
     # Messaging ------------------------------------------------------------
 
@@ -85,6 +88,14 @@ class XaviActor(pykka.ThreadingActor):
     # pykka hooks ----------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        if self.abandoned:
+            return None
+        if isinstance(message, Abandon):
+            self.abandoned = True
+            log.warning("actor_abandoned", actor=self.name, reason="replaced after a hang")
+            self.cancel_timers()
+            self.on_crash()
+            return None
         if isinstance(message, Ping):
             return True
         if isinstance(message, InjectCrash):
@@ -108,7 +119,8 @@ class XaviActor(pykka.ThreadingActor):
 
     def on_stop(self) -> None:
         self.cancel_timers()
-        self.on_shutdown()
+        if not self.abandoned:
+            self.on_shutdown()
 
     # For subclasses -------------------------------------------------------
 

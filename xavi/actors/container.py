@@ -38,6 +38,8 @@ from xavi import log
 from xavi.actors.base import XaviActor
 from xavi.actors.messages import (
     ConfigChanged,
+    InjectDockerFailure,
+    RestartContainer,
     Retire,
     SecretsLoaded,
     ServiceHealth,
@@ -80,6 +82,20 @@ class DockerEvent:
 @dataclass(frozen=True)
 class RestartDue:
     """The backoff delay before restarting a dead container has passed."""
+
+
+@dataclass(frozen=True)
+class RestartStopped:
+    """The container stopped for a requested restart (or failed to: ``error``)."""
+
+    container_id: str
+    error: str | None
+    reply: Any
+
+
+def _answer(reply: Any, result: dict[str, Any]) -> None:
+    if reply is not None:
+        reply.set(result)
 
 
 def describe_exit(state: ContainerState) -> str:
@@ -126,6 +142,8 @@ class ContainerActor(XaviActor):
         self._events_thread: threading.Thread | None = None
         self._events_stream: Any = None
         self._last_health: ServiceHealth | None = None
+        self._expected_die: str | None = None
+        """ID of a container stopped on request, whose next die event is not a crash."""
 
     # Lifecycle ------------------------------------------------------------
 
@@ -193,11 +211,72 @@ class ContainerActor(XaviActor):
             self.reconcile("tick")
         elif isinstance(message, Retire):
             self._retire()
+        elif isinstance(message, RestartContainer):
+            self._restart_on_request(message.reply)
+        elif isinstance(message, RestartStopped):
+            self._restart_stopped(message)
+        elif isinstance(message, InjectDockerFailure):
+            self._inject_docker_failure(message.enabled)
         else:
             return super().handle(message)
         return None
 
+    def _restart_on_request(self, reply: Any) -> None:
+        """Stop the container in a helper thread (``xavi ctl restart``); RestartStopped follows."""
+        container_id = self.container_id
+        if self.docker is None or container_id is None:
+            _answer(reply, {"service": self.service, "error": "no container adopted or created yet"})
+            return
+        self._expected_die = container_id
+        self.restart_at = time.monotonic()  # keeps reconcile from starting it meanwhile
+        docker, ref = self.docker, self.actor_ref
+
+        def stop() -> None:
+            error = None
+            try:
+                docker.stop(container_id)
+            except DockerError as exc:
+                error = str(exc)
+            try:
+                ref.tell(RestartStopped(container_id, error, reply))
+            except pykka.ActorDeadError:
+                _answer(reply, {"service": self.service, "error": "the ContainerActor restarted "
+                                "meanwhile; the new one starts the container"})
+
+        threading.Thread(target=stop, name=f"xavi-restart-{self.service}", daemon=True).start()
+
+    def _restart_stopped(self, message: RestartStopped) -> None:
+        assert self.docker is not None
+        self.restart_at = None
+        error = message.error
+        if error is None:
+            try:
+                self.docker.start(message.container_id)
+            except DockerError as exc:
+                error = str(exc)  # the periodic reconcile starts it again
+        if error is not None:
+            self._expected_die = None
+            _answer(message.reply, {"service": self.service, "error": error})
+            return
+        self.restarts += 1
+        self.started_at = time.monotonic()
+        log.info("container_restarted", service=self.service,
+                 container=message.container_id[:12], reason="requested")
+        self._report_health()
+        _answer(message.reply, {"service": self.service, "container": message.container_id[:12],
+                                "restarts": self.restarts})
+
+    def _inject_docker_failure(self, enabled: bool) -> None:
+        if self.docker is not None:
+            self.docker.fail_calls = (lambda _operation: True) if enabled else None
+        log.warning("fault_injected", actor=self.name,
+                    fault="docker calls fail" if enabled else "docker calls work")
+        self.reconcile("fault")
+
     def _on_docker_event(self, event: DockerEvent) -> None:
+        if event.action == "die" and event.container_id == self._expected_die:
+            self._expected_die = None  # stopped on request, started again already
+            return
         if event.action == "die" and event.container_id == self.container_id \
                 and not self.replacing:
             assert self.docker is not None

@@ -56,8 +56,15 @@ class ServiceHealth:
     healthy: bool
     container_id: str | None = None
 
+    @property
+    def retain_key(self) -> str:
+        """The bus keeps the latest report of each service, not just the latest report."""
+        return self.service
 
-RETAINED_TYPES: tuple[type, ...] = (ServiceLocations, ConfigChanged, SecretsLoaded, Membership)
+
+RETAINED_TYPES: tuple[type, ...] = (
+    ServiceLocations, ConfigChanged, SecretsLoaded, Membership, ServiceHealth,
+)
 """Bus messages whose latest value is replayed to a (re)started subscriber, in this order.
 
 ServiceLocations comes first so a restarted DiscoveryActor learns its last
@@ -107,6 +114,11 @@ class RestartChild:
     """A backoff delay has passed: start the named child again."""
 
     name: str
+
+
+@dataclass(frozen=True)
+class Abandon:
+    """A replacement instance runs: release resources at once, do nothing else, then stop."""
 
 
 @dataclass(frozen=True)
@@ -167,7 +179,14 @@ class GetChildRefs:
 
 @dataclass(frozen=True)
 class RestartContainer:
-    """Stop and start the ContainerActor's container (same container, same ID); answers a dict."""
+    """Stop and start the ContainerActor's container (same container, same ID).
+
+    Sent with ``tell``: the stop can take Docker's whole stop timeout, so the
+    actor stops the container in a helper thread and keeps answering pings.
+    """
+
+    reply: Any = None
+    """A ``pykka.ThreadingFuture`` set with a dict: the result, or ``{"error": ...}``."""
 
 
 @dataclass(frozen=True)

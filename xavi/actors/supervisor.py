@@ -35,6 +35,7 @@ import pykka
 from xavi import log
 from xavi.actors.messages import (
     RETAINED_TYPES,
+    Abandon,
     ChildFailed,
     ConfigChanged,
     GetChildRefs,
@@ -66,8 +67,12 @@ class SupervisorSettings:
 
     ping_interval: float = 2.0
     """Seconds between liveness pings to each child."""
-    ping_timeout: float = 5.0
-    """Seconds a child may take to answer a ping before it counts as hung."""
+    ping_timeout: float = 20.0
+    """Seconds a child may take to answer a ping before it counts as hung.
+
+    Longer than Docker's 10 s stop timeout, because a ContainerActor replacing a
+    container waits for the old one to stop.
+    """
     backoff_base: float = 0.2
     """Delay before the first restart of a child; doubles with each recent restart."""
     backoff_max: float = 10.0
@@ -120,7 +125,7 @@ class Supervisor(pykka.ThreadingActor):
         self._on_escalate = on_escalate or (lambda reason: None)
         self._children: dict[str, _Child] = {}
         self._order: list[str] = []
-        self._retained: dict[type, Any] = {}
+        self._retained: dict[tuple[type, Any], Any] = {}
         self._ticker_stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._escalated = False
@@ -172,7 +177,7 @@ class Supervisor(pykka.ThreadingActor):
 
     def _forward(self, message: Any) -> None:
         if isinstance(message, RETAINED_TYPES):
-            self._retained[type(message)] = message
+            self._retained[(type(message), getattr(message, "retain_key", None))] = message
         if isinstance(message, ConfigChanged):
             self._follow_services(message.config.services)
         for name in list(self._order):
@@ -202,9 +207,9 @@ class Supervisor(pykka.ThreadingActor):
         child.ping = None
         child.started_at = time.monotonic()
         for kind in RETAINED_TYPES:
-            message = self._retained.get(kind)
-            if message is not None and isinstance(message, child.spec.subscriptions):
-                self._tell(child, message)
+            for (retained_kind, _key), message in list(self._retained.items()):
+                if retained_kind is kind and isinstance(message, child.spec.subscriptions):
+                    self._tell(child, message)
         log.debug("actor_started", actor=child.spec.name)
 
     def _stop_child(self, child: _Child) -> None:
@@ -241,9 +246,13 @@ class Supervisor(pykka.ThreadingActor):
 
     def _child_failed(self, name: str, error: str) -> None:
         child = self._children.get(name)
-        if child is None or child.restarting:
+        if child is None:
             return
         child.last_error = error
+        if child.restarting:
+            # pykka marks a failed actor dead before on_failure reports it, so a
+            # tick may already have planned this restart.
+            return
         self._schedule_restart(child, reason="crashed")
 
     def _schedule_restart(self, child: _Child, reason: str) -> None:
@@ -305,6 +314,10 @@ class Supervisor(pykka.ThreadingActor):
                     log.error("actor_hung", actor=name, timeout_s=self.settings.ping_timeout)
                     child.ping = None
                     try:
+                        # The hung instance releases what it holds (sockets,
+                        # watchers) as soon as it runs again, without acting
+                        # on anything queued before, then stops.
+                        child.ref.tell(Abandon())
                         child.ref.stop(block=False)
                     except pykka.ActorDeadError:
                         pass
