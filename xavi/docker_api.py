@@ -15,11 +15,8 @@ in an image name cannot leak them to another registry.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import docker
@@ -27,93 +24,31 @@ import docker.errors
 import requests.exceptions
 from docker.types import Mount
 
+from xavi.container_spec import (
+    DEFAULT_REGISTRY,
+    LABEL_MANAGED,
+    LABEL_NODE,
+    LABEL_PREFIX,
+    LABEL_SERVICE,
+    LABEL_SPEC_HASH,
+    NETWORK_NAME,
+    ContainerSpec,
+    ContainerState,
+    MountSpec,
+)
 from xavi.errors import ContainerConflict, DockerError, DockerUnavailable, ImageError
 
-LABEL_PREFIX = "org.tripleclabs.xavi"
-LABEL_MANAGED = f"{LABEL_PREFIX}.managed"
-LABEL_SERVICE = f"{LABEL_PREFIX}.service"
-LABEL_NODE = f"{LABEL_PREFIX}.node"
-LABEL_SPEC_HASH = f"{LABEL_PREFIX}.spec-hash"
-NETWORK_NAME = "xavi"
-DEFAULT_REGISTRY = "docker.io"
+__all__ = [
+    "DEFAULT_REGISTRY", "LABEL_MANAGED", "LABEL_NODE", "LABEL_PREFIX", "LABEL_SERVICE",
+    "LABEL_SPEC_HASH", "NETWORK_NAME", "ContainerSpec", "ContainerState", "DockerAdapter",
+    "EventStream", "MountSpec", "image_registry",
+]
+
 _NETWORK_LOCK = threading.Lock()
 """Serialises network creation among the adapters of one process (the engine's own
 duplicate check is not atomic in Docker 20.10)."""
 REQUEST_TIMEOUT = 60
 """Seconds before a Docker API request (other than a pull) is given up."""
-
-
-@dataclass(frozen=True)
-class MountSpec:
-    """A bind mount (``kind='bind'``, source is a host path) or a named volume."""
-
-    source: str
-    target: str
-    kind: str = "bind"
-    read_only: bool = False
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """Everything Xavi decides about one container; its hash labels the container."""
-
-    name: str
-    service: str
-    node: str
-    image: str
-    command: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-    mounts: tuple[MountSpec, ...] = ()
-    ports: tuple[tuple[str, str, int], ...] = ()
-    """Published ports as (container port like ``5432/tcp``, host IP, host port)."""
-    memory_bytes: int | None = None
-    nano_cpus: int | None = None
-    healthcheck: tuple[str, ...] = ()
-    """A ``CMD-SHELL`` test run every few seconds; empty for none."""
-
-    def spec_hash(self) -> str:
-        """Return a digest of the spec. Limits are excluded, because Docker changes them in place."""
-        data = asdict(self)
-        data.pop("memory_bytes")
-        data.pop("nano_cpus")
-        encoded = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(encoded).hexdigest()[:32]
-
-    def labels(self) -> dict[str, str]:
-        """Return the labels that mark the container as Xavi's."""
-        return {
-            LABEL_MANAGED: "true",
-            LABEL_SERVICE: self.service,
-            LABEL_NODE: self.node,
-            LABEL_SPEC_HASH: self.spec_hash(),
-        }
-
-
-@dataclass(frozen=True)
-class ContainerState:
-    """What Docker reports about one container."""
-
-    id: str
-    name: str
-    labels: dict[str, str]
-    status: str
-    """Docker's state: created, running, exited, dead, ..."""
-    exit_code: int
-    oom_killed: bool
-    health: str | None
-    memory_bytes: int
-    nano_cpus: int
-    started_at: str
-
-    @property
-    def managed(self) -> bool:
-        """Whether the container carries Xavi's label."""
-        return self.labels.get(LABEL_MANAGED) == "true"
-
-    @property
-    def running(self) -> bool:
-        """Whether the container's process runs."""
-        return self.status in ("running", "restarting")
 
 
 def image_registry(image: str) -> str:

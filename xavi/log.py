@@ -47,7 +47,7 @@ def _format_value(value: Any) -> str:
 
 
 def _patch(record: Any) -> None:
-    fields = record["extra"].get("fields") or {}
+    fields = {k: v for k, v in (record["extra"].get("fields") or {}).items() if v is not None}
     rendered = " ".join(f"{k}={_format_value(v)}" for k, v in fields.items())
     record["message"] = redact(f"{record['message']} {rendered}".rstrip())
     record["extra"]["fields"] = {k: redact(str(v)) for k, v in fields.items()}

@@ -24,13 +24,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
 from xavi import __version__, log
 from xavi.actors.config_actor import ConfigActor, Reload
-from xavi.actors.container import ContainerActor
 from xavi.actors.control import ControlServer, ControlSettings
 from xavi.actors.control_path import (
     DEFAULT_SOCKET,
@@ -46,9 +45,11 @@ from xavi.actors.secrets_actor import SecretsActor, register_with_redactor
 from xavi.actors.supervisor import ChildSpec, Supervisor, SupervisorSettings
 from xavi.bundle import apply_bundle
 from xavi.config import load_config
-from xavi.docker_api import DockerAdapter
 from xavi.errors import BundleError, ConfigError, DockerUnavailable, SecretsError
 from xavi.secrets import SECRETS_FILE, ensure_secrets
+
+if TYPE_CHECKING:
+    from xavi.docker_api import DockerAdapter
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -131,6 +132,8 @@ class Agent:
         self.supervisor: pykka.ActorRef[Any] | None = None
 
     def _docker(self) -> DockerAdapter:
+        from xavi.docker_api import DockerAdapter
+
         return DockerAdapter(self.docker_host)
 
     def child_specs(self) -> list[ChildSpec]:
@@ -156,6 +159,10 @@ class Agent:
 
     def service_child(self, service: str) -> ChildSpec:
         """Return the spec of the ContainerActor of ``service``."""
+        # Imported here, so that a gossip-only agent never loads the Docker SDK
+        # (about 10 MB of resident memory).
+        from xavi.actors.container import ContainerActor
+
         return ChildSpec(
             f"container:{service}",
             lambda sup: ContainerActor.start(sup, service, self._docker, self.state_dir),
@@ -228,6 +235,8 @@ def run(args: argparse.Namespace) -> int:
         if created:
             log.info("secrets_created", path=config_dir / SECRETS_FILE, mode="0600")
         if config.services:
+            from xavi.docker_api import DockerAdapter
+
             adapter = DockerAdapter(args.docker_host)
             adapter.ping()
             adapter.ensure_network()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xavi.config import Config
-from xavi.docker_api import ContainerSpec, MountSpec
+from xavi.container_spec import ContainerSpec, MountSpec
 from xavi.secrets import Secrets
 
 POSTGRES_USER = "postgres"

@@ -6,9 +6,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pykka
 import pytest
 from go_peer import GoPeer, build_go_peer
 from py_node import PyNode
+from xavi_node import XaviNode
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +54,21 @@ def start_py() -> Iterator[Callable[..., PyNode]]:
     yield start
     for node in nodes:
         node.close()
+
+
+@pytest.fixture
+def start_xavi(tmp_path: Path) -> Iterator[Callable[..., XaviNode]]:
+    """Factory of in-process gossip-only agents sharing the first one's secrets; stops them all."""
+    nodes: list[XaviNode] = []
+
+    def start(name: str, **options: Any) -> XaviNode:
+        if nodes and "secrets_from" not in options:
+            options["secrets_from"] = nodes[0].secrets_path
+        node = XaviNode(tmp_path, name, **options)
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        node.stop()
+    pykka.ActorRegistry.stop_all()

@@ -5,14 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pykka
 import pytest
 from go_peer import GoPeer
-from xavi_node import XaviNode
+from xavi_node import XaviNode, cluster_key, wait_until
 
 from xavi.protocol.meta import parse_tags
 
@@ -20,38 +18,6 @@ pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 CONVERGE = 20.0
 DETECT = 40.0
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
-
-
-@pytest.fixture
-def start_xavi(tmp_path: Path) -> Iterator[Callable[..., XaviNode]]:
-    nodes: list[XaviNode] = []
-
-    def start(name: str, **options: Any) -> XaviNode:
-        if nodes and "secrets_from" not in options:
-            options["secrets_from"] = nodes[0].secrets_path
-        node = XaviNode(tmp_path, name, **options)
-        nodes.append(node)
-        return node
-
-    yield start
-    for node in nodes:
-        node.stop()
-    pykka.ActorRegistry.stop_all()
-
-
-def cluster_key(node: XaviNode) -> str:
-    return str(json.loads(node.secrets_path.read_text())["cluster_key"])
 
 
 def go_alive(peer: GoPeer) -> dict[str, str]:

@@ -12,7 +12,8 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import pykka
 
@@ -139,3 +140,27 @@ def gossip_actor_sockets_close(ref: pykka.ActorRef[Any]) -> None:
     from xavi.actors.messages import InjectGossipFault
 
     ref.ask(InjectGossipFault(drop_percent=100.0), timeout=5)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def cluster_key(node: XaviNode) -> str:
+    """Return the base64 cluster key from the node's secrets file."""
+    return str(json.loads(node.secrets_path.read_text())["cluster_key"])
+
+
+def gossip_restarts(node: XaviNode) -> int:
+    """Return how often the node's supervisor restarted its gossip actor."""
+    statuses = cast(list[dict[str, Any]], node.supervisor.ask(GetStatus(), timeout=5))
+    children = {c["name"]: c for c in statuses}
+    return int(children["gossip"]["restarts"])

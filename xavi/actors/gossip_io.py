@@ -37,6 +37,8 @@ STREAM_TIMEOUT = 10.0
 """Seconds a TCP exchange may take, as memberlist's TCPTimeout."""
 MAX_OUTBOUND_STREAMS = 32
 """Concurrent outbound TCP exchanges; more wait for a free slot."""
+MAX_INBOUND_STREAMS = 64
+"""Concurrent inbound TCP exchanges; a connection beyond this is closed at once."""
 LOG_EVERY = 30.0
 """Seconds between two log lines about bad input from the same peer."""
 
@@ -105,6 +107,8 @@ class GossipSockets:
         self._last_logged: dict[str, float] = {}
         self._closed = threading.Event()
         self._slots = threading.BoundedSemaphore(MAX_OUTBOUND_STREAMS)
+        self._inbound = threading.BoundedSemaphore(MAX_INBOUND_STREAMS)
+        self._count_lock = threading.Lock()
         family = socket.AF_INET6 if ":" in bind_addr else socket.AF_INET
         self.udp = socket.socket(family, socket.SOCK_DGRAM)
         self.tcp = socket.socket(family, socket.SOCK_STREAM)
@@ -138,11 +142,14 @@ class GossipSockets:
     # Bad input -------------------------------------------------------------
 
     def _reject(self, peer: tuple[str, int], what: str, error: Exception) -> None:
-        self.rejected += 1
         key = f"{peer[0]}:{what}"
         now = time.monotonic()
-        if now - self._last_logged.get(key, -LOG_EVERY) >= LOG_EVERY:
-            self._last_logged[key] = now
+        with self._count_lock:
+            self.rejected += 1
+            due = now - self._last_logged.get(key, -LOG_EVERY) >= LOG_EVERY
+            if due:
+                self._last_logged[key] = now
+        if due:
             hint = ""
             if "decrypt" in str(error).lower() or "key" in str(error).lower():
                 hint = "the peer may use another cluster key"
@@ -204,13 +211,23 @@ class GossipSockets:
                 if self._closed.is_set():
                     return
                 continue
-            threading.Thread(target=self._serve_stream, args=(conn, (addr[0], addr[1])),
+            if not self._inbound.acquire(blocking=False):
+                conn.close()
+                self._reject((addr[0], addr[1]), "stream",
+                             OSError(f"more than {MAX_INBOUND_STREAMS} streams at once"))
+                continue
+            threading.Thread(target=self._serve_stream_slot, args=(conn, (addr[0], addr[1])),
                              name="xavi-gossip-stream", daemon=True).start()
+
+    def _serve_stream_slot(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        try:
+            self._serve_stream(conn, peer)
+        finally:
+            self._inbound.release()
 
     def _serve_stream(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         layers = self.layers
         with conn:
-            conn.settimeout(STREAM_TIMEOUT)
             try:
                 message = read_stream(conn, layers)
             except (DecodeError, OSError) as exc:
@@ -227,6 +244,7 @@ class GossipSockets:
                     body = encode_stream_message(ack)
                 else:
                     return  # user messages over TCP carry nothing Xavi uses
+                conn.settimeout(STREAM_TIMEOUT)
                 conn.sendall(encode_stream(body, compress=layers.compress,
                                           keyring=layers.keyring, label=layers.label))
             except (pykka.ActorDeadError, pykka.Timeout, OSError) as exc:
@@ -279,17 +297,27 @@ class GossipSockets:
             with socket.create_connection(addr, timeout=max(timeout, 0.1)) as conn:
                 conn.sendall(encode_stream(encode_stream_message(ping), compress=layers.compress,
                                            keyring=layers.keyring, label=layers.label))
-                answer = read_stream(conn, layers)
+                answer = read_stream(conn, layers, max(timeout, 0.1))
                 ok = isinstance(answer, Ack) and answer.seq_no == ping.seq_no
         except (DecodeError, OSError):
             ok = False
         self._tell(TcpPingDone(ping.seq_no, ok))
 
 
-def read_stream(conn: socket.socket, layers: Layers) -> Any:
-    """Read one stream message from ``conn``; raise DecodeError or OSError."""
+def read_stream(conn: socket.socket, layers: Layers, timeout: float = STREAM_TIMEOUT) -> Any:
+    """Read one stream message from ``conn`` within ``timeout`` seconds in all.
+
+    The deadline covers the whole message, as memberlist's per-connection
+    deadline does, so a peer that trickles bytes cannot hold the thread.
+    Raises DecodeError or OSError (``TimeoutError`` past the deadline).
+    """
     parser = StreamParser(keyring=layers.keyring, label=layers.label)
+    deadline = time.monotonic() + timeout
     while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"stream not complete within {timeout:.0f}s")
+        conn.settimeout(remaining)
         chunk = conn.recv(65536)
         if not chunk:
             return parser.feed_eof()
