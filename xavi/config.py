@@ -407,8 +407,12 @@ def parse_config_text(text: str, source: str = "xavi.json") -> Config:
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
+        hint = ""
+        before = text[: exc.pos].rstrip()
+        if before.endswith(",") and text[exc.pos: exc.pos + 1] in "}]":
+            hint = " (a trailing comma before it?)"
         raise ConfigError(
-            source, [f"line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}"]
+            source, [f"line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}{hint}"]
         ) from None
     return validate(raw, source)
 

@@ -49,10 +49,13 @@ class ContainerSpec:
     """A ``CMD-SHELL`` test run every few seconds; empty for none."""
 
     def spec_hash(self) -> str:
-        """Return a digest of the spec. Limits are excluded, because Docker changes them in place."""
+        """Return a digest of the spec, without the limits (changed in place) and the node name."""
         data = asdict(self)
         data.pop("memory_bytes")
         data.pop("nano_cpus")
+        # The node name is a label for people, not a property of the container:
+        # renaming a node must not recreate its containers.
+        data.pop("node")
         encoded = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(encoded).hexdigest()[:32]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import socket
 import sys
@@ -94,6 +95,17 @@ def call(path: str | os.PathLike[str], cmd: str, args: dict[str, Any] | None = N
 # Command line -----------------------------------------------------------------
 
 
+def _seconds(text: str) -> float:
+    """Parse a positive, finite number of seconds for ``--timeout``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to 3600")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of ``xavi ctl``."""
     parser = argparse.ArgumentParser(
@@ -102,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"control socket path (default $XAVI_SOCKET or {DEFAULT_SOCKET})")
     parser.add_argument("--json", action="store_true",
                         help="print the agent's response as JSON instead of tables")
-    parser.add_argument("--timeout", type=float, default=None,
+    parser.add_argument("--timeout", type=_seconds, default=None,
                         help=f"seconds to wait for the response (default {DEFAULT_TIMEOUT:g}, "
                              f"restart {RESTART_TIMEOUT:g})")
     commands = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")

@@ -15,6 +15,7 @@ in an image name cannot leak them to another registry.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -62,9 +63,11 @@ def image_registry(image: str) -> str:
 def _translate(exc: Exception, what: str) -> DockerError:
     if isinstance(exc, requests.exceptions.ConnectionError | docker.errors.DockerException) and \
             not isinstance(exc, docker.errors.APIError):
+        target = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         return DockerUnavailable(
-            f"cannot reach the Docker Engine while trying to {what}: {exc.__class__.__name__}. "
-            "Check that dockerd is running and that DOCKER_HOST points at it"
+            f"cannot reach the Docker Engine at {target} while trying to {what}: "
+            f"{exc.__class__.__name__}. Check that dockerd is running, or point Xavi at it "
+            "with --docker-host or DOCKER_HOST"
         )
     if isinstance(exc, docker.errors.APIError):
         status = exc.status_code

@@ -1,6 +1,6 @@
 """Fixtures for tests against the real Docker Engine and the locally built images.
 
-The engine and the images come from ``scripts/setup-docker.sh`` (run by
+The engine and the images come from ``scripts/setup.sh`` (run by
 ``.ci/run``). Each test starts from an engine without Xavi's containers and
 volumes and removes them again afterwards, touching only objects that carry
 Xavi's label or its volume names.
@@ -58,7 +58,7 @@ def engine() -> Iterator[docker.DockerClient]:
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as exc:
-        pytest.fail(f"no Docker Engine: {exc}; run 'bash scripts/setup-docker.sh' first")
+        pytest.fail(f"no Docker Engine: {exc}; run 'bash scripts/setup.sh' first")
     missing = [image for image in IMAGES.values() if not _image_present(client, image)]
     if missing:
         pytest.fail(f"local images missing: {missing}; run 'bash scripts/build-images.sh'")

@@ -410,3 +410,18 @@ def test_swim_module_exports_match_all() -> None:
     assert set(swim.__all__) <= exported
     for name in swim.__all__:
         assert getattr(swim, name) is not None
+
+
+def test_removed_seed_is_no_longer_retried() -> None:
+    harness = make_engine(timing=LAN.with_changes(probe_interval=0, gossip_interval=0,
+                                                  push_pull_interval=0))
+    kept, removed = ("127.0.0.2", PORT), ("127.0.0.3", PORT)
+    harness.engine.join([kept, removed])
+    harness.drain()
+    harness.engine.set_seeds([kept])
+
+    outputs = harness.advance(3 * LAN.rejoin_interval)
+
+    targets = {o.addr for o in outputs if isinstance(o, StartPushPull)}
+    assert kept in targets
+    assert removed not in targets

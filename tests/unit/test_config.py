@@ -106,6 +106,7 @@ def test_trailing_comma_reports_line_and_column() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config_text('{\n  "services": ["app"],\n}\n')
     assert info.value.problems[0].startswith("line 3, column 1: invalid JSON")
+    assert info.value.problems[0].endswith("(a trailing comma before it?)")
 
 
 def test_empty_file_is_an_error() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -48,6 +49,10 @@ def test_key_dash_reads_stdin() -> None:
     ["fault", "crash", "config", "extra"],
     ["launch"],
     [],
+    ["--timeout", "-1", "status"],
+    ["--timeout", "nan", "status"],
+    ["--timeout", "inf", "status"],
+    ["--timeout", "abc", "status"],
 ])
 def test_invalid_command_line_exits_2(argv: list[str]) -> None:
     stderr = io.StringIO()
@@ -98,3 +103,22 @@ def test_default_socket_matches_agent() -> None:
     from xavi.actors.control_path import DEFAULT_SOCKET
 
     assert ctl.DEFAULT_SOCKET == str(DEFAULT_SOCKET)
+
+
+def test_replies_are_scrubbed_of_secrets_except_bundle() -> None:
+    from xavi import log
+    from xavi.actors.control_commands import execute
+
+    secret = "secret-value-for-scrub-test"
+    log.register_secrets(secret)
+
+    def echo(_context: Any, _args: dict[str, Any]) -> dict[str, Any]:
+        return {"last_error": f'valkey.max_ram: "{secret}" is not a size', "nested": [secret]}
+
+    commands = {"status": echo, "bundle": echo}
+    context = SimpleNamespace(peer_uid=0)
+    scrubbed = execute({"cmd": "status", "args": {}}, context, commands)  # type: ignore[arg-type]
+    assert secret not in repr(scrubbed)
+    assert scrubbed["result"]["nested"] == ["***"]
+    bundle = execute({"cmd": "bundle", "args": {}}, context, commands)  # type: ignore[arg-type]
+    assert bundle["result"]["nested"] == [secret]

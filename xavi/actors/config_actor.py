@@ -80,7 +80,7 @@ class ConfigActor(XaviActor):
         try:
             config = load_config(self.path)
         except ConfigError as exc:
-            self.last_error = str(exc)
+            self.last_error = log.redact(str(exc))
             log.error("config_rejected", path=self.path, reason=reason,
                       problems="; ".join(exc.problems), action="keeping the config in force")
             return False

@@ -278,7 +278,7 @@ class ContainerActor(XaviActor):
             self._expected_die = None  # stopped on request, started again already
             return
         if event.action == "die" and event.container_id == self.container_id \
-                and not self.replacing:
+                and not self.replacing and not self.retired:
             assert self.docker is not None
             state = self.docker.get(event.container_id)
             reason = describe_exit(state) if state else "container removed"

@@ -100,15 +100,30 @@ def execute(request: dict[str, Any], context: CommandContext,
                               f"{', '.join(sorted(commands))}", "unknown_command")
     log.debug("control_request", cmd=name, uid=context.peer_uid)
     try:
-        return ok_response(command(context, args))
+        result = command(context, args)
     except CommandError as exc:
-        return error_response(str(exc), exc.code)
+        return error_response(log.redact(str(exc)), exc.code)
     except XaviError as exc:
-        return error_response(str(exc), "failed")
+        return error_response(log.redact(str(exc)), "failed")
     except Exception as exc:  # noqa: BLE001 - reported to the client and logged, never raised
         log.error("control_command_failed", cmd=name, error=f"{type(exc).__name__}: {exc}")
         return error_response(f"internal error in {name}: {type(exc).__name__}; see the agent "
                               "log", "internal")
+    if name == "bundle":
+        return ok_response(result)  # root only; carrying the secrets is its purpose
+    # A secret value can reach a reply through text the operator wrote, such as
+    # a config error quoting an invalid value, so replies are scrubbed as logs are.
+    return ok_response(_redact_tree(result))
+
+
+def _redact_tree(value: Any) -> Any:
+    if isinstance(value, str):
+        return log.redact(value)
+    if isinstance(value, dict):
+        return {key: _redact_tree(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_tree(item) for item in value]
+    return value
 
 
 # Helpers --------------------------------------------------------------------

@@ -23,7 +23,7 @@ from xavi import log
 from xavi.actors.base import XaviActor
 from xavi.actors.messages import ConfigChanged, ServiceLocations
 from xavi.mesh import Member, Membership, choose_locations
-from xavi.services import PROVIDERS, Location
+from xavi.services import DEPENDENTS, PROVIDERS, Location
 
 
 class DiscoveryActor(XaviActor):
@@ -73,9 +73,12 @@ class DiscoveryActor(XaviActor):
             return
         newly_missing = set(missing) - set(self.published.missing if self.published else ())
         self.published = answer
+        # Only a host that runs a dependent (app, backup bot) is hurt by a missing
+        # provider; a gossip-only or provider-only host just notes it.
+        level = "WARNING" if set(DEPENDENTS) & set(self.local_services) else "DEBUG"
         for service in sorted(newly_missing):
             kept = locations.get(service)
-            log.warning("service_missing", service=service,
+            log.event(level, "service_missing", service=service,
                         reason="not enabled on this host and no live host advertises it",
                         keeping=f"{kept.host}:{kept.port}" if kept else "nothing")
         log.info("service_locations",

@@ -105,6 +105,14 @@ def parse_peer(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _identity(config: Config) -> dict[str, object]:
+    """Return the cluster settings that take effect only when the gossip engine starts."""
+    cluster = config.cluster
+    return {f"cluster.{key}": getattr(cluster, key) for key in
+            ("bind_addr", "bind_port", "advertise_addr", "node_name", "timing", "label",
+             "delegate_protocol")}
+
+
 def member_from(info: NodeInfo) -> Member:
     """Convert an engine snapshot into the record other actors use."""
     try:
@@ -135,6 +143,8 @@ class GossipActor(XaviActor):
         self._timer: threading.Thread | None = None
         self._membership: Membership | None = None
         self._bind_failures = 0
+        self._identity: dict[str, object] = {}
+        self._identity_warned: list[str] = []
 
     # Lifecycle ------------------------------------------------------------
 
@@ -206,6 +216,8 @@ class GossipActor(XaviActor):
         self.engine = Memberlist(member_config, clock=time.monotonic, rng=random.Random(),
                                  encode=encode_message)
         self.peers = cluster.peers
+        self._identity = _identity(self.config)
+        self._identity_warned: list[str] = []
         self._timer_stop = False
         self._timer = threading.Thread(target=self._timer_loop, name="xavi-gossip-timer",
                                        daemon=True)
@@ -300,16 +312,20 @@ class GossipActor(XaviActor):
             old = self.config
             self.config = message.config
             if old is not None and self.engine is not None:
-                if (old.cluster.bind_addr, old.cluster.bind_port, old.cluster.node_name,
-                        old.cluster.advertise_addr) != (
-                        message.config.cluster.bind_addr, message.config.cluster.bind_port,
-                        message.config.cluster.node_name, message.config.cluster.advertise_addr):
-                    log.warning("gossip_identity_changed",
-                                action="restart the agent to use the new bind address or name")
-                new_peers = [p for p in message.config.cluster.peers if p not in self.peers]
+                changed = [key for key, value in _identity(message.config).items()
+                           if value != self._identity.get(key)]
+                if changed and changed != self._identity_warned:
+                    log.warning("gossip_identity_changed", keys=",".join(changed),
+                                action="restart the agent to use the new values")
+                self._identity_warned = changed
+                peers = message.config.cluster.peers
+                new_peers = [p for p in peers if p not in self.peers]
                 if new_peers:
                     self.engine.join([parse_peer(p) for p in new_peers])
-                    self.peers = message.config.cluster.peers
+                if peers != self.peers:
+                    # Removed peers stop being retried by the periodic rejoin.
+                    self.engine.set_seeds([parse_peer(p) for p in peers])
+                    self.peers = peers
                 self._update_meta()
         else:
             self.secrets = message.secrets

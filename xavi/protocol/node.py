@@ -282,6 +282,12 @@ class Memberlist(ProbeMixin, PeriodicMixin):
             if addr != self.address:
                 self._outputs.append(StartPushPull(addr, True))
 
+    def set_seeds(self, addrs: Iterable[Address]) -> None:
+        """Replace the seed peers the periodic rejoin retries (a config change removed some)."""
+        self._seeds = []
+        for addr in addrs:
+            self._add_seed(addr)
+
     def leave(self, now: float | None = None) -> None:
         """Announce a graceful leave: a dead message about ourselves, sent by ourselves.
 
