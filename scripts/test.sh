@@ -18,6 +18,9 @@ fi
 bash "$repo/scripts/start-registry.sh"
 
 cd "$repo"
+# A multi-host rig left by a killed run (its owner process is gone) would make
+# the rig tests fail; remove such stale rigs, and leave live ones alone.
+"$venv/bin/python" -m tests.multihost.rig down || true
 status=0
 "$venv/bin/python" -m pytest "$@" || status=$?
 if [ "$status" -eq 5 ]; then
