@@ -1,6 +1,6 @@
 """GossipActor: the I/O shell around the sans-I/O memberlist engine.
 
-The engine (:class:`xavi.protocol.node.Memberlist`) holds every protocol
+The engine (:class:`xavi.protocol.node.Memberlist`) makes every protocol
 decision; this actor moves bytes and time. It:
 
 - binds UDP and TCP on ``cluster.bind_addr:bind_port`` (:mod:`gossip_io`),
@@ -88,7 +88,7 @@ class RetryBind:
 BIND_RETRY = 0.5
 """Seconds between attempts to bind a port that is still in use.
 
-A restarted GossipActor may start while the instance it replaces still holds
+A restarted GossipActor may start while the instance it replaces still has
 the port (a crash being cleaned up, or a hang that has not ended yet)."""
 
 
