@@ -253,8 +253,12 @@ class GossipActor(XaviActor):
             return
         deadline = self.engine.next_deadline()
         with self._wake:
+            earlier = deadline is not None and (self._deadline is None or deadline < self._deadline)
             self._deadline = deadline
-            self._wake.notify_all()
+            # The timer thread sleeps until the old deadline (or at most 1 s),
+            # so it needs waking only when the new one comes sooner.
+            if earlier:
+                self._wake.notify_all()
 
     # Messages ---------------------------------------------------------------
 
