@@ -70,7 +70,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class ControlSection:
-    """Where the agent polls for its desired config (``control``)."""
+    """Control-plane polling settings (``control``)."""
 
     url: str | None = None
     interval: int = 30
@@ -79,7 +79,7 @@ class ControlSection:
 
 @dataclass(frozen=True)
 class DockerSection:
-    """How images are pulled (``docker``)."""
+    """Image pull settings (``docker``)."""
 
     registry: str = "docker.io"
     username: str | None = None

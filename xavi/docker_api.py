@@ -101,7 +101,7 @@ class DockerAdapter:
         self._client.close()
 
     def ping(self) -> None:
-        """Raise DockerUnavailable when the engine does not answer."""
+        """Raise DockerUnavailable when the engine does not respond."""
         try:
             self._client.ping()
         except Exception as exc:  # noqa: BLE001 - translated at the boundary

@@ -59,7 +59,7 @@ class Member:
 
 @dataclass(frozen=True)
 class Membership:
-    """The mesh as the local GossipActor sees it; published on every change."""
+    """The local GossipActor's view of the mesh, published on every change."""
 
     local: str
     """The local node's name."""

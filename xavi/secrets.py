@@ -137,7 +137,7 @@ def _reject_symlink(path: Path) -> None:
         return
     if stat.S_ISLNK(mode):
         raise SecretsError(
-            f"{path} is a symbolic link; Xavi refuses to follow it for a secrets file. "
+            f"{path} is a symbolic link, which Xavi does not follow for a secrets file. "
             "Replace it with a regular file"
         )
     if not stat.S_ISREG(mode):

@@ -32,7 +32,7 @@ DEPENDENTS = ("app", "backupbot")
 
 @dataclass(frozen=True)
 class Location:
-    """Where a dependent container reaches a provider service."""
+    """Address at which a dependent container reaches a provider service."""
 
     host: str
     """A container name on the ``xavi`` network when local, else an IP address."""

@@ -12,11 +12,9 @@ import io
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,10 @@ import docker
 import docker.errors
 import pytest
 
+from tests.support import free_port, wait_until
 from xavi.docker_api import LABEL_MANAGED
+
+__all__ = ["free_port", "wait_until"]  # re-exported for the test modules
 
 IMAGES = {
     "postgres": "xavi-local/postgres:15",
@@ -37,19 +38,6 @@ POSTGRES_PORT = 25432
 VALKEY_PORT = 26379
 VOLUMES = ("xavi-postgres-data", "xavi-valkey-data")
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
-               interval: float = 0.1) -> Any:
-    """Poll ``predicate`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="session")
@@ -229,17 +217,3 @@ def control_socket_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     path = tmp_path / "run" / "xavi.sock"
     monkeypatch.setenv("XAVI_SOCKET", str(path))
     return path
-
-
-def free_port() -> int:
-    """Return a port free for both UDP and TCP on 127.0.0.1 (gossip binds both)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-        return port

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import time
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, cast
 
 import pykka
 
+from tests.support import free_port, wait_until
 from xavi.actors.config_actor import ConfigActor
 from xavi.actors.discovery import DiscoveryActor
 from xavi.actors.gossip import GossipActor
@@ -25,19 +24,7 @@ from xavi.actors.secrets_actor import SecretsActor
 from xavi.actors.supervisor import ChildSpec, Supervisor, SupervisorSettings
 from xavi.secrets import ensure_secrets
 
-
-def free_port() -> int:
-    """Return a loopback port that is free for both UDP and TCP right now."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
+__all__ = ["XaviNode", "cluster_key", "free_port", "gossip_restarts", "wait_until"]
 
 
 class XaviNode:
@@ -141,17 +128,6 @@ def gossip_actor_sockets_close(ref: pykka.ActorRef[Any]) -> None:
 
     ref.ask(InjectGossipFault(drop_percent=100.0), timeout=5)
 
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def cluster_key(node: XaviNode) -> str:

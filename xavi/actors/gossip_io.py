@@ -53,7 +53,7 @@ class PacketIn:
 
 @dataclass(frozen=True)
 class RemotePushPull:
-    """A peer started a push/pull; the actor answers with the local state."""
+    """A push/pull a peer started; the actor replies with the local state."""
 
     addr: tuple[str, int]
     state: PushPull
@@ -61,7 +61,7 @@ class RemotePushPull:
 
 @dataclass(frozen=True)
 class StreamPing:
-    """A ping arrived over TCP; the actor answers with an ack or None."""
+    """A ping that arrived over TCP; the actor replies with an ack or None."""
 
     ping: Ping
 
@@ -86,7 +86,7 @@ class TcpPingDone:
 
 @dataclass
 class Layers:
-    """How packets and streams are wrapped; replaced whole when the keyring changes."""
+    """Wrapping of packets and streams, replaced whole when the keyring changes."""
 
     keyring: Keyring | None
     label: bytes = b""

@@ -94,7 +94,7 @@ class ChildFailed:
 
 @dataclass(frozen=True)
 class Ping:
-    """Liveness probe; a live actor answers ``True``."""
+    """Liveness probe, to which a live actor replies ``True``."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class GetStatus:
 
 @dataclass(frozen=True)
 class Tick:
-    """A timer fired; ``name`` says which."""
+    """A timer that fired, named by ``name``."""
 
     name: str = "tick"
 

@@ -42,7 +42,7 @@ from xavi.config import Config, parse_config_text
 from xavi.errors import ConfigError
 
 MAX_BACKOFF = 600.0
-"""Longest wait between polls after repeated failures, in seconds."""
+"""Maximum wait between polls after repeated failures, in seconds."""
 REQUEST_TIMEOUT = 10.0
 """Seconds before a poll request is given up (at most the interval)."""
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -201,4 +201,4 @@ class RemoteConfigActor(XaviActor):
 
 
 class _PollFailed(Exception):
-    """A poll failed; the message says why (never the token)."""
+    """A failed poll; the message gives the reason and never contains the token."""

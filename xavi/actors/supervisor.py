@@ -76,7 +76,7 @@ class SupervisorSettings:
     backoff_base: float = 0.2
     """Delay before the first restart of a child; doubles with each recent restart."""
     backoff_max: float = 10.0
-    """Longest delay between restarts."""
+    """Maximum delay between restarts."""
     max_restarts: int = 5
     """Restarts of one child allowed within ``restart_window`` before escalating."""
     restart_window: float = 60.0
